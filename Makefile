@@ -1,0 +1,35 @@
+# Works on a fresh machine with Python >= 3.11: `make test` and `make run` build their own virtual environment.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default (the file this workplace ships); on a GPU machine: make TORCH='torch --index-url https://download.pytorch.org/whl/cu124'
+TORCH ?= torch==2.13.0
+MODEL ?= random:tiny
+PORT ?= 50051
+METRICS_PORT ?= 9100
+PROTO_SRC := protos/chorus/synth/v1/synth.proto
+
+.PHONY: venv test run protos lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet '$(TORCH)'
+	$(BIN)/pip install --quiet -e '.[synth,test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+# Serves Bark over gRPC on :$(PORT) (metrics on :$(METRICS_PORT)). MODEL=suno/bark-small for the real weights.
+run: venv
+	$(BIN)/chorus-synth --model '$(MODEL)' --port $(PORT) --metrics-port $(METRICS_PORT)
+
+# Regenerates the committed stubs from the .proto (tests/synth/test_protos.py fails when they differ).
+protos: venv
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTO_SRC)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

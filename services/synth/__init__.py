@@ -1,0 +1,1 @@
+"""Chorus synth: Bark behind a gRPC API."""
