@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet '$(TORCH)'
-	$(BIN)/pip install --quiet -e '.[synth,test]'
+	$(BIN)/pip install --quiet -e '.[synth,orchestrator,test]'
 	touch $@
 
 venv: $(BIN)/.installed

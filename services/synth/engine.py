@@ -16,6 +16,25 @@ from chorus_synth.models import LoadedBark
 
 logger = logging.getLogger(__name__)
 
+
+class _BarkInternalWarnings(logging.Filter):
+    """BarkModel.generate calls its sub-models' generate with both a generation config and keyword arguments, and
+    the coarse stage without an attention mask (its inputs are padded on purpose): transformers warns about each
+    on every call, about Bark's own code rather than anything a request did."""
+
+    NOISE = (
+        "Passing `generation_config` together with generation-related",
+        "The attention mask and the pad token id were not set",
+        "The attention mask is not set with a batched input",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not any(message.startswith(noise) for noise in self.NOISE)
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_BarkInternalWarnings())
+
 # Bark's semantic tokens come at 49.9 per second of audio (BarkSemanticGenerationConfig.semantic_rate_hz).
 SEMANTIC_RATE_HZ = 49.9
 # Bark's original defaults (text_temp, waveform_temp, and the fine stage's 0.5).

@@ -1,0 +1,1 @@
+"""Chorus orchestrator: jobs from SQS, through the synth fleet, to S3."""
