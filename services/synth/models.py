@@ -73,6 +73,11 @@ class LoadedBark:
     _prompts_lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
+    # A fast tokenizer sets its padding and truncation state on every call: a count in one thread and a padded
+    # batch in another would otherwise mix, and the batch reaches Bark unpadded.
+    _tokenizer_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def voice_prompt(self, voice: str) -> dict[str, torch.Tensor]:
         # BarkProcessor treats a name it does not know as a path to np.load: only known names reach it.
@@ -92,11 +97,13 @@ class LoadedBark:
         return dict(prompt)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        encoded = self.processor(texts)
+        with self._tokenizer_lock:
+            encoded = self.processor(texts)
         return {key: encoded[key].to(self.device) for key in ("input_ids", "attention_mask")}
 
     def token_count(self, text: str) -> int:
-        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        with self._tokenizer_lock:
+            return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def voice_language(voice: str) -> str:

@@ -17,8 +17,8 @@ from chorus_synth.engine import (
     ClipRequest,
     GenerationParams,
 )
-from chorus_synth.sections import split_sections
 from chorus_synth.models import voice_language
+from chorus_synth.sections import split_sections
 
 # Bark reads at most 256 text tokens per clip and silently drops the rest (max_input_semantic_length).
 MAX_TEXT_TOKENS = 256

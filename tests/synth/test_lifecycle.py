@@ -6,18 +6,19 @@ import asyncio
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
 import soundfile
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from chorus.synth.v1 import synth_pb2 as pb
 from chorus.synth.v1 import synth_pb2_grpc
@@ -67,8 +68,8 @@ async def test_sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits
                 line = (await process.stderr.readline()).decode()
                 assert line, "chorus-synth exited early:\n" + "".join(log)
                 log.append(line)
-                if match := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
-                    port = int(match.group(1))
+                if match := re.search(r"listening on 127\.0\.0\.1:(\d+), metrics on 127\.0\.0\.1:(\d+)", line):
+                    port, metrics_port = int(match.group(1)), int(match.group(2))
             drain_log = asyncio.create_task(_collect(process.stderr, log))
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = synth_pb2_grpc.SynthStub(channel)
@@ -78,7 +79,7 @@ async def test_sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits
                 # Several seconds of audio on the CPU: still running when SIGTERM arrives.
                 long_request = asyncio.ensure_future(stub.Synthesize(
                     request(settings=pb.GenerationSettings(max_seconds=3.0), encoding=pb.AUDIO_ENCODING_WAV)))
-                while not any("replica" in l for l in log) or not await _in_flight(stub):
+                while not await asyncio.to_thread(_clips_admitted, metrics_port):
                     await asyncio.sleep(0.02)
                 process.send_signal(signal.SIGTERM)
                 while (await health.Check(health_pb2.HealthCheckRequest())).status != NOT_SERVING:
@@ -103,9 +104,11 @@ async def _collect(stream: asyncio.StreamReader, log: list[str]) -> None:
         log.append(line.decode())
 
 
-async def _in_flight(stub) -> bool:
-    info = await stub.GetServerInfo(pb.GetServerInfoRequest())
-    return info.state == pb.SERVER_STATE_READY
+def _clips_admitted(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "chorus_synth_admitted_clips")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import huggingface_hub.constants
 import pytest
 import torch
+from transformers import EncodecConfig
+
 from chorus_synth.models import (
     RANDOM_MODELS,
     LoadedBark,
@@ -14,7 +18,6 @@ from chorus_synth.models import (
     save_random_model,
     voice_language,
 )
-from transformers import EncodecConfig
 
 CPU = torch.device("cpu")
 LANGUAGES = ("en", "de", "es", "fr", "hi", "it", "ja", "ko", "pl", "pt", "ru", "tr", "zh")
@@ -236,3 +239,29 @@ def test_token_count_reports_texts_longer_than_bark_reads(tiny):
 )
 def test_voice_language(voice, language):
     assert voice_language(voice) == language
+
+
+def test_counting_tokens_while_another_thread_tokenizes_a_batch_keeps_the_batch_padded():
+    # The server counts tokens (validation) while a replica's thread tokenizes a batch: the fast tokenizer's
+    # per-call padding state must not leak from one into the other.
+    loaded = load_bark("random:tiny", torch.device("cpu"))
+    shapes: list[tuple[int, ...]] = []
+    stop = threading.Event()
+
+    def count() -> None:
+        while not stop.is_set():
+            loaded.token_count("Hi.")
+
+    # Switching threads as often as possible makes an unguarded tokenizer fail here within a few hundred calls.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        for _ in range(1500):
+            shapes.append(tuple(loaded.tokenize(["Hi.", "Hello there."])["input_ids"].shape))
+    finally:
+        stop.set()
+        counter.join()
+        sys.setswitchinterval(interval)
+    assert set(shapes) == {(2, 256)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 
-import grpc
 import numpy as np
 import pytest
 import soundfile
