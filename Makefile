@@ -9,7 +9,7 @@ PORT ?= 50051
 METRICS_PORT ?= 9100
 PROTO_SRC := protos/chorus/synth/v1/synth.proto
 
-.PHONY: venv test run protos lint clean
+.PHONY: venv test run protos clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # Serves Bark over gRPC on :$(PORT) (metrics on :$(METRICS_PORT)). MODEL=suno/bark-small for the real weights.
