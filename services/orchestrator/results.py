@@ -9,16 +9,16 @@ a dependency of the daemon (only moto, a test dependency, brings it in).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import math
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import botocore.exceptions
+
+from chorus_orchestrator.retry import with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -190,20 +190,8 @@ class ResultTable:
         return {HASH_KEY: {"S": document_id}, RANGE_KEY: {"N": str(section_index)}}
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        for number in range(1, self._max_attempts + 1):
-            try:
-                return await attempt()
-            except _TRANSLATED as exc:
-                error = _translate(what, exc)
-                if not error.retryable:
-                    raise error from exc
-                if number == self._max_attempts:
-                    raise RecordError(f"{error} (gave up after {number} attempts)", retryable=True) from exc
-                delay_s = self._backoff_s * 2 ** (number - 1) * random.uniform(0.5, 1.0)
-                logger.warning("%s: attempt %d/%d failed, retrying in %.2fs", what, number,
-                               self._max_attempts, delay_s, exc_info=exc)
-                await asyncio.sleep(delay_s)
-        raise AssertionError("unreachable")
+        return await with_retries(what, attempt, catch=_TRANSLATED, translate=_translate,
+                                  max_attempts=self._max_attempts, backoff_s=self._backoff_s)
 
 
 async def ensure_table(dynamodb_client, table: str, *, wait_delay_s: float = 2,

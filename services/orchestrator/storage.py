@@ -9,9 +9,7 @@ Errors (every failure leaves this module as one of these, the third-party error 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -21,6 +19,8 @@ import aiohttp
 import botocore.exceptions
 import yarl
 from botocore.config import Config
+
+from chorus_orchestrator.retry import with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -188,20 +188,8 @@ class ClipStore:
                 raise _HttpStatus(response.status, await response.text(errors="replace"))
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        for number in range(1, self._max_attempts + 1):
-            try:
-                return await attempt()
-            except _TRANSLATED as exc:
-                error = _translate(what, exc)
-                if not error.retryable:
-                    raise error from exc
-                if number == self._max_attempts:
-                    raise StorageError(f"{error} (gave up after {number} attempts)", retryable=True) from exc
-                delay_s = self._backoff_s * 2 ** (number - 1) * random.uniform(0.5, 1.0)
-                logger.warning("%s: attempt %d/%d failed, retrying in %.2fs", what, number,
-                               self._max_attempts, delay_s, exc_info=exc)
-                await asyncio.sleep(delay_s)
-        raise AssertionError("unreachable")
+        return await with_retries(what, attempt, catch=_TRANSLATED, translate=_translate,
+                                  max_attempts=self._max_attempts, backoff_s=self._backoff_s)
 
 
 async def ensure_bucket(s3_client, bucket: str, region: str) -> None:
