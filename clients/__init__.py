@@ -1,0 +1,1 @@
+"""Chorus clients: the `chorus` command (enqueue, say, stitch, report, run)."""
