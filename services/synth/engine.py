@@ -11,6 +11,7 @@ import time
 import numpy as np
 import torch
 
+from chorus_synth.bark_batch import BatchedBark, BatchItem, Sampling
 from chorus_synth.devices import DeviceInfo
 from chorus_synth.models import LoadedBark
 
@@ -74,9 +75,12 @@ class ClipRequest:
     params: GenerationParams
 
     @property
-    def batch_key(self) -> tuple[str, GenerationParams]:
-        # transformers' BarkModel.generate takes one speaker prompt and one set of settings per batch.
-        return (self.voice, self.params)
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can share a batch: any voices and clip lengths, one set of temperatures. A seeded
+        request runs alone, since a batch shares one random stream."""
+        p = self.params
+        temperatures = (p.semantic_temperature, p.coarse_temperature, p.fine_temperature)
+        return temperatures if p.seed is None else (*temperatures, "seeded", id(self))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +95,7 @@ class BarkEngine:
     def __init__(self, loaded: LoadedBark, device_info: DeviceInfo) -> None:
         self.loaded = loaded
         self.device_info = device_info
+        self._bark = BatchedBark(loaded.model)
         self._lock = threading.Lock()
 
     @property
@@ -102,12 +107,21 @@ class BarkEngine:
         self.generate([ClipRequest("Warming up.", self.loaded.voices[0], params)])
 
     def generate(self, batch: list[ClipRequest]) -> list[ClipOutput | EngineError]:
-        """Generates every clip of a batch of one key. A batch that runs out of memory is split and retried;
-        any other failure of a batch is retried item by item, so one bad clip does not sink the rest."""
+        """Generates every clip of a batch of one key, any voices. A batch that runs out of memory is split and
+        retried; any other failure of a batch is retried item by item, so one bad clip does not sink the rest."""
         if len({r.batch_key for r in batch}) != 1:
-            raise ValueError("a batch must share one voice and one set of settings")
+            raise ValueError("a batch must share one set of settings")
         with self._lock:
-            return self._generate_splitting(batch)
+            # Voices whose prompts are shorter than the stages' histories cannot share a batch with the others.
+            groups: dict[tuple[int, int], list[int]] = {}
+            for index, request in enumerate(batch):
+                shape = self._bark.history_shape(self.loaded.voice_prompt(request.voice))
+                groups.setdefault(shape, []).append(index)
+            outputs: list[ClipOutput | EngineError | None] = [None] * len(batch)
+            for indexes in groups.values():
+                for index, output in zip(indexes, self._generate_splitting([batch[i] for i in indexes])):
+                    outputs[index] = output
+            return outputs
 
     def _generate_splitting(self, batch: list[ClipRequest]) -> list[ClipOutput | EngineError]:
         try:
@@ -136,30 +150,23 @@ class BarkEngine:
         if self.loaded.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    @torch.inference_mode()
     def _run(self, batch: list[ClipRequest]) -> list[ClipOutput | EngineError]:
         params = batch[0].params
-        inputs = self.loaded.tokenize([r.text for r in batch])
-        history = self.loaded.voice_prompt(batch[0].voice)
+        encoded = self.loaded.tokenize([r.text for r in batch])
+        items = [
+            BatchItem(encoded["input_ids"][i], encoded["attention_mask"][i], self.loaded.voice_prompt(r.voice),
+                      r.params.max_semantic_tokens)
+            for i, r in enumerate(batch)
+        ]
+        sampling = Sampling(do_sample=True, semantic_temperature=params.semantic_temperature,
+                            coarse_temperature=params.coarse_temperature, fine_temperature=params.fine_temperature)
         if params.seed is not None:
             torch.manual_seed(params.seed)
         started = time.perf_counter()
-        audio, lengths = self.loaded.model.generate(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            history_prompt=history,
-            do_sample=True,
-            semantic_temperature=params.semantic_temperature,
-            coarse_temperature=params.coarse_temperature,
-            fine_temperature=params.fine_temperature,
-            semantic_max_new_tokens=params.max_semantic_tokens,
-            return_output_lengths=True,
-        )
-        samples = audio.float().cpu().numpy()
+        clips = self._bark.generate(items, sampling)
         inference_seconds = time.perf_counter() - started
         outputs: list[ClipOutput | EngineError] = []
-        for i in range(len(batch)):
-            clip = np.ascontiguousarray(samples[i, : int(lengths[i])])
+        for clip in clips:
             if clip.size == 0:
                 # Bark may sample its end-of-speech token first; there is then no audio to return.
                 outputs.append(EngineError("Bark produced no audio for this text; retry, or rephrase it"))

@@ -36,14 +36,17 @@ class _Pending:
 
 class Scheduler:
     def __init__(
-        self, engines: list[BarkEngine], *, max_batch: int, max_queued: int, metrics: SynthMetrics
+        self, engines: list[BarkEngine], *, max_batch: int, max_queued: int, metrics: SynthMetrics,
+        max_wait_ms: float = 0.0,
     ) -> None:
         self._engines = engines
         self._max_batch = max_batch
+        self._max_wait_s = max_wait_ms / 1000
         self._max_queued = max_queued
         self._metrics = metrics
         self._pending: collections.deque[_Pending] = collections.deque()
         self._has_work = asyncio.Event()
+        self._arrived = asyncio.Event()
         self._room = asyncio.Condition()
         self._admitted = 0
         self._workers: list[asyncio.Task[None]] = []
@@ -91,6 +94,7 @@ class Scheduler:
         pending = _Pending(request, asyncio.get_running_loop().create_future(), time.monotonic())
         self._pending.append(pending)
         self._has_work.set()
+        self._arrived.set()
         try:
             output, device, queue_seconds = await pending.future
         finally:
@@ -107,16 +111,34 @@ class Scheduler:
         if not self._pending:
             return []
         first = self._pending.popleft()
-        batch = [first]
+        return [first, *self._take_compatible(first.request.batch_key, self._max_batch - 1)]
+
+    def _take_compatible(self, key: tuple, most: int) -> list[_Pending]:
+        taken: list[_Pending] = []
         kept: collections.deque[_Pending] = collections.deque()
-        while self._pending and len(batch) < self._max_batch:
+        while self._pending and len(taken) < most:
             candidate = self._pending.popleft()
             if candidate.future.done():
                 continue
-            (batch if candidate.request.batch_key == first.request.batch_key else kept).append(candidate)
+            (taken if candidate.request.batch_key == key else kept).append(candidate)
         kept.extend(self._pending)
         self._pending = kept
-        return batch
+        return taken
+
+    async def _fill(self, batch: list[_Pending]) -> None:
+        """Waits up to max_wait_ms for company for a batch that already has some: requests are arriving together.
+        A lone request on an idle device does not wait."""
+        if not self._max_wait_s or not 1 < len(batch) < self._max_batch:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait_s
+        while len(batch) < self._max_batch and (remaining := deadline - loop.time()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+            batch.extend(self._take_compatible(batch[0].request.batch_key, self._max_batch - len(batch)))
 
     async def _work(self, engine: BarkEngine, executor: concurrent.futures.Executor) -> None:
         loop = asyncio.get_running_loop()
@@ -124,6 +146,7 @@ class Scheduler:
         while True:
             await self._has_work.wait()
             batch = self._take_batch()
+            await self._fill(batch)
             if not self._pending:
                 self._has_work.clear()
             if not batch:

@@ -128,7 +128,8 @@ class SynthServer:
         )
         self.validator = RequestValidator(limits, self.voices, self.native_rate_hz, first.token_count)
         self.scheduler = Scheduler(
-            engines, max_batch=self.settings.max_batch, max_queued=self.settings.max_queued, metrics=self.metrics
+            engines, max_batch=self.settings.max_batch, max_queued=self.settings.max_queued, metrics=self.metrics,
+            max_wait_ms=self.settings.max_wait_ms,
         )
         self.scheduler.start()
         if self.state is not State.STARTING:  # SIGTERM came while loading

@@ -19,8 +19,9 @@ class Settings:
     port: int = 50051
     metrics_port: int = 9100
     metrics_host: str = "::"
-    # How many clips one replica generates together.
+    # How many clips one replica generates together, and how long a batch that has company waits for more.
     max_batch: int = 8
+    max_wait_ms: float = 20.0
     # Requests that may wait beyond those running before new ones get RESOURCE_EXHAUSTED.
     max_queued: int = 64
     max_text_chars: int = 1000
@@ -39,6 +40,8 @@ class Settings:
         for name in ("max_batch", "max_text_chars", "max_stream_text_chars", "section_words"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_wait_ms < 0:
+            problems.append("--max-wait-ms must be 0 or more")
         if self.max_queued < 0:
             problems.append("--max-queued must be 0 or more")
         if not 0 < self.max_clip_seconds <= 15.0:
@@ -76,7 +79,8 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         "port": "gRPC port (0 picks a free one)",
         "metrics_port": "Prometheus /metrics port (0 picks a free one)",
         "metrics_host": "address of the metrics endpoint",
-        "max_batch": "most clips one replica generates together",
+        "max_batch": "most clips one replica generates together (1: no batching)",
+        "max_wait_ms": "how long a batch that already has company waits for more; a lone request never waits",
         "max_queued": "requests that may wait beyond those running before RESOURCE_EXHAUSTED",
         "max_text_chars": "longest text Synthesize accepts",
         "max_stream_text_chars": "longest text StreamSynthesize accepts",

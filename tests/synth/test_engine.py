@@ -28,9 +28,12 @@ def test_batch_generates_one_clip_per_request(engine):
     assert all(o.samples.size <= 0.35 * 24000 for o in outputs)
 
 
-def test_a_batch_must_share_voice_and_settings(engine):
-    with pytest.raises(ValueError, match="one voice"):
-        engine.generate([*clips(1, "v2/en_speaker_1"), *clips(1, "v2/en_speaker_2")])
+def test_any_voices_share_a_batch_but_not_other_settings(engine):
+    outputs = engine.generate([*clips(2, "v2/en_speaker_1"), *clips(2, "v2/de_speaker_2")])
+    assert [o.batch_size for o in outputs] == [4, 4, 4, 4]
+    hotter = ClipRequest("Hot.", "v2/en_speaker_1", GenerationParams(max_seconds=0.3, semantic_temperature=1.2))
+    with pytest.raises(ValueError, match="one set of settings"):
+        engine.generate([*clips(1), hotter])
 
 
 def test_out_of_memory_splits_the_batch_until_it_fits(engine, monkeypatch):
