@@ -64,6 +64,12 @@ async def run(
 ) -> None:
     """The daemon, until SIGTERM/SIGINT, or until `stop` is set when one is given (tests run it in-process)."""
     metrics = metrics or OrchestratorMetrics()
+    if stop is None:
+        # From the very start: a SIGTERM while waiting for the fleet must stop the daemon cleanly too.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         sqs, s3, dynamodb = await _clients(settings, stack)
         http = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)))
@@ -72,8 +78,15 @@ async def run(
         await pool.start()
         stack.push_async_callback(pool.close)
         metrics.watch_endpoints(lambda: pool.endpoints)
-        capacity = await pool.wait_until_capacity(_STARTUP_WAIT_S)
-        logger.info("synth fleet: %d endpoint(s), capacity %d", len(pool.endpoints), capacity)
+        capacity = asyncio.ensure_future(pool.wait_until_capacity(_STARTUP_WAIT_S))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({capacity, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            capacity.cancel()
+            logger.info("stopped before the fleet was up")
+            return
+        stopped.cancel()
+        logger.info("synth fleet: %d endpoint(s), capacity %d", len(pool.endpoints), capacity.result())
         queue = JobQueue(sqs, settings.queue_url, dlq_url=settings.dlq_url or None,
                          visibility_timeout_s=settings.visibility_timeout_s)
         await queue.start()
@@ -82,18 +95,11 @@ async def run(
             store=ClipStore(s3, http, bucket=settings.bucket or None, upload_hosts=settings.upload_hosts),
             table=ResultTable(dynamodb, settings.table),
         )
-        if stop is None:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, orchestrator.request_stop)
-            stopper = None
-        else:
-            stopper = asyncio.create_task(_stop_when_set(stop, orchestrator))
+        stopper = asyncio.create_task(_stop_when_set(stop, orchestrator))
         try:
             await orchestrator.run()
         finally:
-            if stopper is not None:
-                stopper.cancel()
+            stopper.cancel()
             await asyncio.shield(queue.close(release_held=True))
     logger.info("stopped")
 

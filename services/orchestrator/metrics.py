@@ -13,6 +13,11 @@ from chorus_orchestrator.endpoints import EndpointState
 INFERENCE_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 STAGE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STAGES = ("receive", "synth", "upload", "record", "delete", "total")
+# The reasons daemon.py counts. Their series exist from the start at 0, so that rate() and increase() see the first
+# event (a counter that appears at 1 has no increase to show).
+RELEASE_REASONS = ("shutdown", "synth", "upload", "record", "error")
+FAILURE_REASONS = ("synth", "upload", "record", "error", "lease_lost")
+DEAD_LETTER_REASONS = ("invalid_job", "synth_refused", "upload_not_allowed")
 
 
 class _EndpointCollector(Collector):
@@ -75,6 +80,10 @@ class OrchestratorMetrics:
                                     registry=r)
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
+        for counter, reasons in ((self.released, RELEASE_REASONS), (self.failed, FAILURE_REASONS),
+                                 (self.dead_lettered, DEAD_LETTER_REASONS)):
+            for reason in reasons:
+                counter.labels(reason=reason)
 
     def watch_endpoints(self, endpoints: Callable[[], Iterable[EndpointState]]) -> None:
         self.registry.register(_EndpointCollector(endpoints))

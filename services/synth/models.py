@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from transformers import (
     AutoModel,
+    AutoTokenizer,
     BarkCoarseConfig,
     BarkConfig,
     BarkFineConfig,
@@ -104,6 +105,29 @@ class LoadedBark:
     def token_count(self, text: str) -> int:
         with self._tokenizer_lock:
             return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class TokenCounter:
+    """Counts a text's tokens with a model's tokenizer and nothing else: the server's front end checks requests with it
+    while the weights live in the worker processes."""
+
+    def __init__(self, source: str) -> None:
+        try:
+            if source.startswith("random:"):
+                random_config(source)  # refuses an unknown name
+                self._tokenizer = _random_tokenizer()
+            else:
+                path = os.path.expanduser(source)
+                self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=os.path.isdir(path))
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"could not load the tokenizer of {source!r}: {type(exc).__name__}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> int:
+        with self._lock:
+            return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def voice_language(voice: str) -> str:

@@ -12,6 +12,7 @@ import time
 from chorus_synth.devices import DeviceInfo
 from chorus_synth.engine import BarkEngine, ClipOutput, ClipRequest, EngineError
 from chorus_synth.metrics import SynthMetrics
+from chorus_synth.workers import ProcessEngine, WorkerDied
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,23 @@ class _Pending:
     request: ClipRequest
     future: asyncio.Future[tuple[ClipOutput, DeviceInfo, float]]
     admitted_at: float
+    # Batches it was in whose worker process died.
+    deaths: int = 0
+
+
+# A request whose batch killed this many workers is failed (UNAVAILABLE) rather than tried again.
+MAX_WORKER_DEATHS = 2
+
+
+def _expected_length(request: ClipRequest) -> float:
+    """How long a clip will run, in semantic tokens: about 20 a word (49.9 a second, 2 to 3 words a second), up to the
+    clip's cap."""
+    return min(20.0 * len(request.text.split()), request.params.max_semantic_tokens)
 
 
 class Scheduler:
     def __init__(
-        self, engines: list[BarkEngine], *, max_batch: int, max_queued: int, metrics: SynthMetrics,
+        self, engines: list[BarkEngine | ProcessEngine], *, max_batch: int, max_queued: int, metrics: SynthMetrics,
         max_wait_ms: float = 0.0,
     ) -> None:
         self._engines = engines
@@ -111,19 +124,31 @@ class Scheduler:
         if not self._pending:
             return []
         first = self._pending.popleft()
-        return [first, *self._take_compatible(first.request.batch_key, self._max_batch - 1)]
+        return [first, *self._take_compatible(first.request, self._max_batch - 1)]
 
-    def _take_compatible(self, key: tuple, most: int) -> list[_Pending]:
-        taken: list[_Pending] = []
-        kept: collections.deque[_Pending] = collections.deque()
-        while self._pending and len(taken) < most:
-            candidate = self._pending.popleft()
-            if candidate.future.done():
+    def _take_compatible(self, first: ClipRequest, most: int) -> list[_Pending]:
+        """Up to `most` waiting requests that can share `first`'s batch, the closest to it in length first: a batch
+        runs as long as its longest item. The oldest request always leads a batch, so none waits forever."""
+        key, length = first.batch_key, _expected_length(first)
+        live = [p for p in self._pending if not p.future.done()]
+        compatible = [p for p in live if p.request.batch_key == key]
+        taken = sorted(compatible, key=lambda p: abs(_expected_length(p.request) - length))[:most]
+        chosen = set(map(id, taken))
+        self._pending = collections.deque(p for p in live if id(p) not in chosen)
+        return sorted(taken, key=lambda p: p.admitted_at)
+
+    def _requeue(self, batch: list[_Pending], death: WorkerDied) -> None:
+        """A worker died with this batch: its requests go back to the front of the queue, for any replica."""
+        for pending in reversed(batch):
+            if pending.future.done():
                 continue
-            (taken if candidate.request.batch_key == key else kept).append(candidate)
-        kept.extend(self._pending)
-        self._pending = kept
-        return taken
+            pending.deaths += 1
+            if pending.deaths >= MAX_WORKER_DEATHS:
+                pending.future.set_exception(death)
+            else:
+                self._pending.appendleft(pending)
+        self._has_work.set()
+        self._arrived.set()
 
     async def _fill(self, batch: list[_Pending]) -> None:
         """Waits up to max_wait_ms for company for a batch that already has some: requests are arriving together.
@@ -138,7 +163,7 @@ class Scheduler:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
-            batch.extend(self._take_compatible(batch[0].request.batch_key, self._max_batch - len(batch)))
+            batch.extend(self._take_compatible(batch[0].request, self._max_batch - len(batch)))
 
     async def _work(self, engine: BarkEngine, executor: concurrent.futures.Executor) -> None:
         loop = asyncio.get_running_loop()
@@ -156,6 +181,9 @@ class Scheduler:
                 self._metrics.queue_seconds.observe(started - pending.admitted_at)
             try:
                 outputs = await loop.run_in_executor(executor, engine.generate, [p.request for p in batch])
+            except WorkerDied as exc:
+                self._requeue(batch, exc)
+                continue
             except Exception as exc:  # noqa: BLE001 - the engine reports per-item errors; this is a bug path
                 logger.exception("replica %s failed a batch of %d", device.name, len(batch))
                 outputs = [EngineError(f"replica {device.name} failed: {exc}")] * len(batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import importlib.metadata
 import logging
@@ -23,11 +24,12 @@ from chorus_synth import audio
 from chorus_synth.devices import DeviceInfo, describe, parse_devices
 from chorus_synth.engine import BarkEngine
 from chorus_synth.metrics import SynthMetrics
-from chorus_synth.models import load_bark
+from chorus_synth.models import TokenCounter, load_bark
 from chorus_synth.requests import PROTO_ENCODINGS, Limits, RequestError, RequestValidator
 from chorus_synth.scheduler import Scheduler
 from chorus_synth.service import SynthService
 from chorus_synth.settings import Settings, parse_settings
+from chorus_synth.workers import ProcessEngine, WorkerReady, WorkerSpec, cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class SynthServer:
         self.voices: tuple[str, ...] = ()
         self.native_rate_hz = 0
         self.scheduler: Scheduler | None = None
+        self._engines: list[BarkEngine | ProcessEngine] = []
         self.validator: RequestValidator | None = None
         self.port = 0
         self.metrics_port = 0
@@ -107,15 +110,16 @@ class SynthServer:
     async def _load(self, torch_devices) -> None:
         started = time.monotonic()
         logger.info("loading %s on %s", self.settings.model, ", ".join(d.name for d in self.devices))
+        load = self._start_workers if self.settings.workers == "process" else self._load_replicas
         try:
-            engines = await asyncio.to_thread(self._load_replicas, torch_devices)
+            engines, replica, token_count = await asyncio.to_thread(load, torch_devices)
         except Exception as exc:  # noqa: BLE001 - any load failure is a FAILED server, never another model
             logger.exception("could not load %s", self.settings.model)
             self._fail(str(exc))
             return
-        first = engines[0].loaded
-        self.voices = first.voices
-        self.native_rate_hz = first.sample_rate_hz
+        self._engines = engines
+        self.voices = replica.voices
+        self.native_rate_hz = replica.sample_rate_hz
         if self.settings.default_voice not in self.voices:
             self._fail(f"--default-voice {self.settings.default_voice!r} is not a voice of {self.settings.model}")
             return
@@ -126,7 +130,7 @@ class SynthServer:
             section_words=self.settings.section_words,
             default_voice=self.settings.default_voice,
         )
-        self.validator = RequestValidator(limits, self.voices, self.native_rate_hz, first.token_count)
+        self.validator = RequestValidator(limits, self.voices, self.native_rate_hz, token_count)
         self.scheduler = Scheduler(
             engines, max_batch=self.settings.max_batch, max_queued=self.settings.max_queued, metrics=self.metrics,
             max_wait_ms=self.settings.max_wait_ms,
@@ -140,7 +144,8 @@ class SynthServer:
         logger.info("ready: %s on %d replica(s) in %.1f s, capacity %d", self.settings.model, len(engines),
                     time.monotonic() - started, self.scheduler.capacity)
 
-    def _load_replicas(self, torch_devices) -> list[BarkEngine]:
+    def _load_replicas(self, torch_devices):
+        """--workers thread: every replica in this process, each driven by a thread of its own."""
         engines = []
         for device, info in zip(torch_devices, self.devices):
             loaded = load_bark(self.settings.model, device)
@@ -149,7 +154,30 @@ class SynthServer:
             if self.settings.warmup:
                 engine.warm_up()
             engines.append(engine)
-        return engines
+        first = engines[0].loaded
+        return engines, WorkerReady(first.voices, first.sample_rate_hz, first.attn_implementation), first.token_count
+
+    def _start_workers(self, torch_devices):
+        """--workers process: a worker process per replica, started together; this process keeps only a tokenizer."""
+        cpu_workers = sum(device.type == "cpu" for device in torch_devices)
+        engines = [
+            ProcessEngine(WorkerSpec(self.settings.model, str(device), warmup=self.settings.warmup,
+                                     threads=cpu_threads(cpu_workers) if device.type == "cpu" else None), info)
+            for device, info in zip(torch_devices, self.devices)
+        ]
+        with concurrent.futures.ThreadPoolExecutor(len(engines)) as starting:
+            started = [starting.submit(engine.start) for engine in engines]
+            try:
+                ready = [future.result() for future in started]
+            except Exception:
+                concurrent.futures.wait(started)
+                for engine in engines:
+                    engine.close()
+                raise
+        for engine, replica in zip(engines, ready):
+            logger.info("replica on %s (%s) in worker %d: attention %s", engine.device_info.name,
+                        engine.device_info.gpu_model, engine.pid, replica.attn_implementation)
+        return engines, ready[0], TokenCounter(self.settings.model)
 
     def _fail(self, message: str) -> None:
         self.state, self.state_message = State.FAILED, message
@@ -207,6 +235,9 @@ class SynthServer:
             self._loading.cancel()
         if self.scheduler is not None:
             await self.scheduler.close()
+        for engine in self._engines:
+            if isinstance(engine, ProcessEngine):
+                await asyncio.to_thread(engine.close)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

@@ -19,6 +19,7 @@ from chorus_synth.engine import ClipRequest, DeviceOutOfMemory, EngineError
 from chorus_synth.models import voice_language
 from chorus_synth.requests import PROTO_ENCODINGS, OutputFormat, RequestError
 from chorus_synth.scheduler import Overloaded
+from chorus_synth.workers import WorkerDied
 
 if TYPE_CHECKING:
     from chorus_synth.server import SynthServer
@@ -32,6 +33,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return exc.code, exc.message
     if isinstance(exc, (Overloaded, DeviceOutOfMemory)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, WorkerDied):
+        return grpc.StatusCode.UNAVAILABLE, f"{exc}; retry"
     if isinstance(exc, EngineError):
         return grpc.StatusCode.INTERNAL, str(exc)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"

@@ -33,6 +33,8 @@ class Settings:
     # Seconds in-flight requests get to finish after SIGTERM.
     drain_grace_s: float = 30.0
     warmup: bool = True
+    # "process": each replica in a worker process of its own; "thread": all in this process.
+    workers: str = "process"
     log_level: str = "INFO"
 
     def problems(self) -> list[str]:
@@ -40,6 +42,8 @@ class Settings:
         for name in ("max_batch", "max_text_chars", "max_stream_text_chars", "section_words"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        if self.workers not in ("process", "thread"):
+            problems.append(f"--workers is {self.workers!r}; use process or thread")
         if self.max_wait_ms < 0:
             problems.append("--max-wait-ms must be 0 or more")
         if self.max_queued < 0:
@@ -89,6 +93,8 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         "default_voice": "voice used when a request names none",
         "drain_grace_s": "seconds in-flight requests get to finish after SIGTERM",
         "warmup": "run a warm-up generation on each replica before serving",
+        "workers": "process: each replica in its own worker process (a dead one is restarted); thread: all in the "
+        "server's process",
         "log_level": "DEBUG, INFO, WARNING or ERROR",
     }
     for field in dataclasses.fields(Settings):

@@ -15,7 +15,8 @@ from chorus_synth.settings import Settings
 @pytest.fixture(scope="module")
 async def synth_address():
     server = SynthServer(Settings(model="random:tiny", devices="cpu", host="127.0.0.1", port=0, metrics_port=0,
-                                  metrics_host="127.0.0.1", max_clip_seconds=0.3, max_batch=4))
+                                  metrics_host="127.0.0.1", max_clip_seconds=0.3, max_batch=4,
+                                  workers="thread"))
     await server.start()
     async with asyncio.timeout(60):
         while server.state is State.STARTING:

@@ -59,7 +59,7 @@ async def synth():
     # Every clip capped at 0.3 s: random weights never stop talking.
     server = SynthServer(SynthSettings(
         model="random:tiny", devices="cpu", host="127.0.0.1", port=0, metrics_port=0, metrics_host="127.0.0.1",
-        max_clip_seconds=0.3, max_batch=4, max_queued=64,
+        max_clip_seconds=0.3, max_batch=4, max_queued=64, workers="thread",
     ))
     await server.start()
     async with asyncio.timeout(60):

@@ -60,7 +60,7 @@ REAL_CAPACITY = 4
 async def real_server():
     server = SynthServer(Settings(
         model="random:tiny", devices="cpu", host="127.0.0.1", port=0, metrics_port=0, metrics_host="127.0.0.1",
-        max_clip_seconds=0.5, max_batch=REAL_CAPACITY,
+        max_clip_seconds=0.5, max_batch=REAL_CAPACITY, workers="thread",
     ))
     await server.start()
     await eventually(lambda: server.state in (State.READY, State.FAILED), timeout_s=120)

@@ -15,6 +15,8 @@ from chorus_synth.settings import Settings
 TEST_SETTINGS = Settings(
     model="random:tiny", devices="cpu", host="127.0.0.1", port=0, metrics_port=0, metrics_host="127.0.0.1",
     max_clip_seconds=0.5, max_batch=4, max_queued=32, drain_grace_s=5.0,
+    # In-process replicas, so that tests can inject faults at the engine; test_workers.py covers worker processes.
+    workers="thread",
 )
 
 
