@@ -40,5 +40,13 @@ serve: venv
 protos: venv
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTO_SRC)
 
+# Every benchmark in bench/ (synth throughput, orchestrator CPU per job, encoding, memory; ~10 minutes on 2 cores):
+# raw rows appended to bench/results.json, tables rewritten in bench/RESULTS.md. pydub (the reference's encoder, to
+# compare with) gets its ffmpeg from imageio-ffmpeg. On a GPU: make bench BENCH_ARGS='--model random:bark --devices cuda:0'
+.PHONY: bench
+bench: venv
+	$(BIN)/pip install --quiet -e '.[synth,orchestrator,clients,test,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -2,7 +2,8 @@
 
     python bench/clip_time.py [--model random:tiny] [--devices cpu] [--repeats 5]
 
-Appends its figures to bench/results.json and rewrites the "Time per clip" part of bench/RESULTS.md.
+Appends its figures to bench/results.json. Not part of `make bench` (bench/run.py), whose synth throughput at
+concurrency 1 gives the time per clip; its 2026-11-21 figures are in bench/RESULTS.md.
 """
 
 from __future__ import annotations
