@@ -254,7 +254,7 @@ async def _wait_until(condition, timeout_s: float, what: str) -> None:
         pytest.fail(f"timed out waiting for {what}")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(420)
 async def test_every_panel_query_returns_series_from_a_live_chorus(tmp_path, monkeypatch):
     prometheus_binary = _tool("prometheus")
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -271,7 +271,7 @@ async def test_every_panel_query_returns_series_from_a_live_chorus(tmp_path, mon
         # Clips capped at 0.3 s: random weights never stop talking.
         synth = SynthServer(SynthSettings(
             model="random:tiny", devices="cpu", host="127.0.0.1", port=0, metrics_port=0, metrics_host="127.0.0.1",
-            max_clip_seconds=0.3, max_batch=4))
+            max_clip_seconds=0.3, max_batch=4, workers="thread"))
         await synth.start()
         stack.push_async_callback(synth.stop, grace_s=0)
         # A second endpoint that answers UNAVAILABLE (with more capacity, so it is tried first): retries, then it is
@@ -284,7 +284,7 @@ async def test_every_panel_query_returns_series_from_a_live_chorus(tmp_path, mon
             command="init", queue_url=f"{moto_url}/123456789012/jobs", dlq_url=f"{moto_url}/123456789012/jobs-dlq",
             bucket="clips", table="results", region=REGION, endpoint_url=moto_url,
             synth=(f"127.0.0.1:{synth.port}", flaky.address, f"127.0.0.1:{closed_port}"),
-            metrics_port=0, visibility_timeout_s=30, call_timeout_s=30, release_backoff_s=1,
+            metrics_port=0, visibility_timeout_s=30, call_timeout_s=90, release_backoff_s=1,
             max_release_backoff_s=2, drain_grace_s=5, upload_hosts=("127.0.0.1",))
         await init(settings)
         sqs = await stack.enter_async_context(get_session().create_client(
@@ -329,9 +329,10 @@ async def test_every_panel_query_returns_series_from_a_live_chorus(tmp_path, mon
             reply = await sqs.send_message_batch(QueueUrl=settings.queue_url, Entries=[
                 {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)])
             assert not reply.get("Failed"), reply
-            await _wait_until(lambda: clips.get() >= 2 * (wave + 1), 30, f"wave {wave}'s clips")
+            # Generous: on 2 shared cores, other work can slow the synth server several times over.
+            await _wait_until(lambda: clips.get() >= 2 * (wave + 1), 90, f"wave {wave}'s clips")
             await asyncio.sleep(1.5)
-        await _wait_until(lambda: metrics.failed.labels(reason="upload")._value.get() >= 1, 30, "a failed upload")
+        await _wait_until(lambda: metrics.failed.labels(reason="upload")._value.get() >= 1, 90, "a failed upload")
         # Prometheus has every clip (and the upload failure) once it scraped them.
         await prometheus.wait_for(f"sum(chorus_orchestrator_clips_total) >= {2 * waves}")
         await prometheus.wait_for('chorus_orchestrator_jobs_failed_total{reason="upload"}')
