@@ -95,7 +95,8 @@ class BarkEngine:
     def __init__(self, loaded: LoadedBark, device_info: DeviceInfo) -> None:
         self.loaded = loaded
         self.device_info = device_info
-        self._bark = BatchedBark(loaded.model)
+        # On a CPU, passes over long sequences run row by row (see BatchedBark); decoding steps still run batched.
+        self._bark = BatchedBark(loaded.model, long_pass_rows=1 if loaded.device.type == "cpu" else None)
         self._lock = threading.Lock()
 
     @property
