@@ -31,15 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import BarkModel, DynamicCache
-from transformers.generation.configuration_utils import GenerationConfig
 from transformers.models.bark.generation_configuration_bark import (
     BarkCoarseGenerationConfig,
     BarkFineGenerationConfig,
     BarkSemanticGenerationConfig,
 )
 
-# What `GenerationMixin.generate` samples from when a config leaves top_k unset, as Bark's do.
-TOP_K = GenerationConfig._get_default_generation_params()["top_k"]
+# `GenerationMixin.generate` samples from the 50 likeliest tokens when a config leaves top_k unset, as Bark's do.
+TOP_K = 50
 
 
 @dataclasses.dataclass(frozen=True)

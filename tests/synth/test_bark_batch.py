@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from chorus_synth.bark_batch import BatchedBark, BatchItem, Sampling, sample_categorical
+from chorus_synth.bark_batch import TOP_K, BatchedBark, BatchItem, Sampling, sample_categorical
 from chorus_synth.devices import describe
 from chorus_synth.engine import BarkEngine, ClipOutput, ClipRequest, GenerationParams
 from chorus_synth.models import LoadedBark, load_bark
@@ -76,6 +76,12 @@ def test_the_engine_puts_voices_of_another_history_shape_in_their_own_batch(load
                                ClipRequest("Three.", "v2/en_speaker_4", params)])
     assert all(isinstance(o, ClipOutput) for o in outputs)
     assert [o.batch_size for o in outputs] == [2, 1, 2]
+
+
+def test_the_first_two_stages_sample_from_transformers_default_top_k():
+    from transformers.generation.configuration_utils import GenerationConfig
+
+    assert GenerationConfig._get_default_generation_params()["top_k"] == TOP_K
 
 
 def test_sample_categorical_draws_with_the_given_probabilities():
