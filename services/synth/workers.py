@@ -17,6 +17,13 @@ logger = logging.getLogger(__name__)
 
 # CUDA cannot be used in a forked child, and the parent runs gRPC's threads: workers are spawned.
 _CONTEXT = multiprocessing.get_context("spawn")
+# torch's OpenMP threads (libgomp) spin for 300k rounds before they sleep: when other processes share the cores, a
+# CPU worker's threads burn the time slices their peers need. bench/contention.py, 16 clips at once: with a busy
+# neighbour 14-17 s with libgomp's default, 6.5-7.3 s with 1000; on quiet cores 2.8-3.0 s against 3.5 s. A CPU
+# worker is what runs beside the orchestrator and moto in `chorus run` and in tests, so it starts with 1000. libgomp
+# reads it when it loads, before the worker's code runs: it goes in the environment the worker is spawned with. A
+# value the operator set is kept.
+_CPU_WORKER_ENV = {"GOMP_SPINCOUNT": "1000"}
 
 
 class WorkerDied(EngineError):
@@ -92,6 +99,9 @@ class ProcessEngine:
 
     def start(self) -> WorkerReady:
         """Starts the worker and waits until its model is loaded and warm; WorkerFailed if it cannot load."""
+        if self.spec.device.startswith("cpu"):
+            for name, value in _CPU_WORKER_ENV.items():
+                os.environ.setdefault(name, value)
         parent, child = _CONTEXT.Pipe()
         process = _CONTEXT.Process(target=_serve, args=(child, self.spec), name=f"chorus-worker-{self.spec.device}",
                                    daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import grpc
 import pytest
@@ -36,6 +37,15 @@ async def test_two_workers_each_in_its_own_process_serve_requests(two_workers):
     replies = await asyncio.gather(*(stub.Synthesize(request(f"Hello {i}.", voice=f"v2/en_speaker_{i}"))
                                      for i in range(6)))
     assert all(r.sample_count > 0 for r in replies)
+
+
+async def test_cpu_workers_start_with_a_short_openmp_spin(two_workers):
+    """libgomp reads GOMP_SPINCOUNT when it loads: it must be in the environment a CPU worker starts with."""
+    server, _ = two_workers
+    expected = os.environ.get("GOMP_SPINCOUNT", "1000").encode()  # an operator's own value is kept
+    for engine in server._engines:
+        environment = Path(f"/proc/{engine.pid}/environ").read_bytes().split(b"\0")
+        assert b"GOMP_SPINCOUNT=" + expected in environment
 
 
 async def test_killing_a_worker_mid_request_loses_nothing_and_both_serve_after(two_workers):
