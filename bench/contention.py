@@ -13,67 +13,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from common import synth_process
 
 from chorus.synth.v1 import synth_pb2 as pb
-from chorus.synth.v1 import synth_pb2_grpc
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 NEIGHBOUR = "import torch\na = torch.randn(1500, 1500)\nwhile True:\n    a @ a\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def request(i: int) -> pb.SynthesizeRequest:
+    return pb.SynthesizeRequest(text=TEXT, voice=f"v2/en_speaker_{i % 10}", encoding=pb.AUDIO_ENCODING_WAV,
+                                settings=pb.GenerationSettings(max_seconds=1.0))
 
 
-async def burst(port: int, clips: int) -> float:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the synth server did not become ready in 120 s")
-            await asyncio.sleep(0.5)
-        stub = synth_pb2_grpc.SynthStub(channel)
-
-        def request(i: int) -> pb.SynthesizeRequest:
-            return pb.SynthesizeRequest(text=TEXT, voice=f"v2/en_speaker_{i % 10}", encoding=pb.AUDIO_ENCODING_WAV,
-                                        settings=pb.GenerationSettings(max_seconds=1.0))
-
-        await stub.Synthesize(request(0))
-        started = time.perf_counter()
-        await asyncio.gather(*(stub.Synthesize(request(i)) for i in range(clips)))
-        return time.perf_counter() - started
-
-
-def run_one(workers: str, spincount: str, neighbour: bool, clips: int) -> float:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "chorus_synth.server", "--model", "random:tiny", "--devices", "cpu", "--port",
-         str(port), "--metrics-port", "0", "--workers", workers, "--max-batch", "16"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "GOMP_SPINCOUNT": spincount})
-    busy = subprocess.Popen([sys.executable, "-c", NEIGHBOUR]) if neighbour else None
-    try:
-        return asyncio.run(burst(port, clips))
-    finally:
-        for process in (server, busy):
-            if process is not None:
-                process.terminate()
-                process.wait()
+async def run_one(workers: str, spincount: str, neighbour: bool, clips: int) -> float:
+    """Seconds for a burst of `clips` at once on a fresh server, after one clip alone."""
+    async with synth_process("--model", "random:tiny", "--devices", "cpu", "--workers", workers, "--max-batch", "16",
+                             env={**os.environ, "GOMP_SPINCOUNT": spincount}) as (_, stub):
+        busy = subprocess.Popen([sys.executable, "-c", NEIGHBOUR]) if neighbour else None
+        try:
+            await stub.Synthesize(request(0))
+            started = time.perf_counter()
+            await asyncio.gather(*(stub.Synthesize(request(i)) for i in range(clips)))
+            return time.perf_counter() - started
+        finally:
+            if busy is not None:
+                busy.terminate()
+                busy.wait()
 
 
 def main() -> None:
@@ -88,7 +58,7 @@ def main() -> None:
         for workers in args.workers.split(","):
             for spincount in args.spincounts.split(","):
                 for neighbour in (False, True):
-                    elapsed = run_one(workers, spincount, neighbour, args.burst)
+                    elapsed = asyncio.run(run_one(workers, spincount, neighbour, args.burst))
                     seconds.setdefault((workers, spincount, neighbour), []).append(elapsed)
                     print(f"workers={workers} GOMP_SPINCOUNT={spincount} {'busy neighbour' if neighbour else 'quiet'}: "
                           f"{elapsed:.2f} s", flush=True)

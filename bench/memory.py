@@ -12,17 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import grpc
+from common import synth_process
 from synth_throughput import Config, Samples, run_cell
-
-from chorus.synth.v1 import synth_pb2 as pb
-from chorus.synth.v1 import synth_pb2_grpc
 
 
 def process_tree(pid: int) -> list[int]:
@@ -70,55 +65,23 @@ def gpu_mib(pids: list[int]) -> float | None:
     return float(sum(int(mib) for pid, mib in used if int(pid) in pids))
 
 
-async def _port(stderr: asyncio.StreamReader, log: list[str]) -> int:
-    while line := (await stderr.readline()).decode(errors="replace"):
-        log.append(line)
-        if match := re.search(r"listening on \S+:(\d+),", line):
-            return int(match.group(1))
-    raise RuntimeError("chorus-synth exited before listening:\n" + "".join(log[-20:]))
-
-
-async def _drain(stderr: asyncio.StreamReader, log: list[str]) -> None:
-    while line := await stderr.readline():
-        log.append(line.decode(errors="replace"))
-
-
 async def measure(*, model: str, devices: str, clip_seconds: float, max_batch: int, requests: int) -> dict:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chorus_synth.server", "--model", model, "--devices", devices, "--host", "127.0.0.1",
-        "--port", "0", "--metrics-port", "0", "--metrics-host", "127.0.0.1", "--max-batch", str(max_batch),
-        "--max-clip-seconds", str(clip_seconds), "--log-level", "INFO", stderr=asyncio.subprocess.PIPE)
-    log: list[str] = []
-    try:
-        port = await _port(process.stderr, log)
-        draining = asyncio.create_task(_drain(process.stderr, log))
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = synth_pb2_grpc.SynthStub(channel)
-            while (info := await stub.GetServerInfo(pb.GetServerInfoRequest())).state == pb.SERVER_STATE_STARTING:
-                await asyncio.sleep(0.2)
-            if info.state != pb.SERVER_STATE_READY:
-                raise RuntimeError(f"chorus-synth is not ready: {info.state_message}")
-            ready_rss = resident_mib(process.pid, "VmRSS")
-            gpu_samples = [gpu_mib(process_tree(process.pid))]
+    async with synth_process("--model", model, "--devices", devices, "--max-batch", str(max_batch),
+                             "--max-clip-seconds", str(clip_seconds)) as (process, stub):
+        ready_rss = resident_mib(process.pid, "VmRSS")
+        gpu_samples = [gpu_mib(process_tree(process.pid))]
 
-            async def sample_gpu() -> None:
-                while True:
-                    await asyncio.sleep(0.5)
-                    gpu_samples.append(gpu_mib(process_tree(process.pid)))
+        async def sample_gpu() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                gpu_samples.append(gpu_mib(process_tree(process.pid)))
 
-            sampling = asyncio.create_task(sample_gpu())
-            row = await run_cell(stub, Config(max_batch, "random"), requests, requests, clip_seconds,
-                                 random.Random(0), Samples())
-            sampling.cancel()
-            peak_rss = resident_mib(process.pid, "VmHWM")
-            processes = len(process_tree(process.pid))
-        process.terminate()
-        await process.wait()
-        await draining
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+        sampling = asyncio.create_task(sample_gpu())
+        row = await run_cell(stub, Config(max_batch, "random"), requests, requests, clip_seconds,
+                             random.Random(0), Samples())
+        sampling.cancel()
+        peak_rss = resident_mib(process.pid, "VmHWM")
+        processes = len(process_tree(process.pid))
     gpu = [g for g in gpu_samples if g is not None]
     result = {
         "model": model, "devices": devices, "requests": requests, "clip_seconds": clip_seconds,
