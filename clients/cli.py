@@ -7,11 +7,23 @@ import asyncio
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # Each module has `register(subparsers)`, which adds its parser with `set_defaults(handler=...)`: an async function
 # of the parsed arguments that returns the exit status.
 SUBCOMMANDS = ("enqueue", "say", "stitch", "report", "run")
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than `minimum`."""
+
+    def integer(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return integer
 
 
 def build_parser() -> argparse.ArgumentParser:

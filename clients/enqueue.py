@@ -28,6 +28,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from tqdm import tqdm
 
 from chorus_clients.aws import add_aws_arguments, aws_client
+from chorus_clients.cli import at_least
 from chorus_clients.corpus import DEFAULT_MIN_RATING, DOCUMENT_ID, CorpusError, Document, read_corpus
 from chorus_synth.sections import DEFAULT_MAX_WORDS, split_sections
 
@@ -376,13 +377,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RAW_recipes.csv (with RAW_interactions.csv beside it or given too).")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="documents to read")
     parser.add_argument("--queue-url", help="the job queue (required unless --dry-run)")
-    parser.add_argument("--max-words", type=_positive_int, default=DEFAULT_MAX_WORDS,
+    parser.add_argument("--max-words", type=at_least(1), default=DEFAULT_MAX_WORDS,
                         help="most words in one section (default: %(default)s)")
     voices = parser.add_mutually_exclusive_group()
     voices.add_argument("--voice", help="one voice preset for every document, e.g. v2/en_speaker_6")
     voices.add_argument("--seed", type=int, default=0,
                         help="draws each document's English voice from this and its id (default: %(default)s)")
-    parser.add_argument("--limit", type=_positive_int, help="read at most this many documents")
+    parser.add_argument("--limit", type=at_least(1), help="read at most this many documents")
     parser.add_argument("--min-rating", type=float, default=DEFAULT_MIN_RATING,
                         help="recipes: the lowest average rating kept (default: %(default)s)")
     parser.add_argument("--encoding", choices=ENCODINGS, default="mp3", help="clip format (default: %(default)s)")
@@ -390,13 +391,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="print the jobs, one JSON object per line, instead of sending them")
     add_aws_arguments(parser)
     parser.set_defaults(handler=run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from botocore.config import Config
 from tqdm import tqdm
 
 from chorus_clients.aws import add_aws_arguments, aws_client
+from chorus_clients.cli import at_least
 from chorus_clients.records import TableError, document_ids, document_sections
 from chorus_orchestrator.storage import clip_key
 from chorus_synth.audio import Encoding, allowed_sample_rates, decode, encode
@@ -395,9 +396,9 @@ def register(subparsers) -> None:
                         "document in the table)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the stitched files")
     parser.add_argument("--format", choices=list(FORMATS), default="mp3", help="output format (default: %(default)s)")
-    parser.add_argument("--pause-ms", type=_non_negative, default=300,
+    parser.add_argument("--pause-ms", type=at_least(0), default=300,
                         help="silence between two sections in milliseconds (default: %(default)s)")
-    parser.add_argument("--concurrency", type=_positive, default=4,
+    parser.add_argument("--concurrency", type=at_least(1), default=4,
                         help="documents stitched at once (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="stitch again documents whose file exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -405,18 +406,6 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=stitch)
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 async def stitch(args: argparse.Namespace) -> int:
