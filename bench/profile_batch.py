@@ -48,7 +48,7 @@ def run_stages(bark: BatchedBark, items: list[BatchItem], sampling: Sampling) ->
         semantic = bark._semantic(items, sampling)
         seconds["semantic"] = time.perf_counter() - started
         started = time.perf_counter()
-        coarse = bark._coarse(semantic, items, sampling)
+        coarse = bark._coarse(semantic, [bark._coarse_histories(item.history) for item in items], sampling)
         seconds["coarse"] = time.perf_counter() - started
         started = time.perf_counter()
         fine = bark._fine(coarse, items, sampling)

@@ -50,6 +50,18 @@ class BatchItem:
 
 
 @dataclasses.dataclass(frozen=True)
+class _FineJob:
+    """One item in the fine stage: its fine input (frames x 8 codebooks: history, its own frames, padding), filled in
+    place window by window."""
+
+    index: int  # in the batch
+    frames: torch.Tensor
+    history: int  # frames of the voice's history at the start
+    padding: int  # frames of padding at the end
+    windows: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Sampling:
     do_sample: bool
     semantic_temperature: float
@@ -105,11 +117,12 @@ class BatchedBark:
 
     @torch.inference_mode()
     def generate(self, items: list[BatchItem], sampling: Sampling) -> list[np.ndarray]:
-        shapes = {self.history_shape(item.history) for item in items}
+        histories = [self._coarse_histories(item.history) for item in items]
+        shapes = {(semantic.shape[-1], coarse.shape[-1]) for semantic, coarse in histories}
         if len(shapes) != 1:
             raise ValueError(f"items of one batch need histories of one shape, got {sorted(shapes)}")
         semantic = self._semantic(items, sampling)
-        coarse = self._coarse(semantic, items, sampling)
+        coarse = self._coarse(semantic, histories, sampling)
         fine = self._fine(coarse, items, sampling)
         audio = []
         for codes in fine:
@@ -129,11 +142,10 @@ class BatchedBark:
         rows = list(range(len(budgets)))  # the original index of each row still decoding
         remaining = list(budgets)
         steps: list[tuple[list[int], torch.Tensor]] = []  # the rows of each step and what they drew
-        step = 0
         with _last_position_logits(model):
             logits, cache = self._prefill(model, first_input)
             while True:
-                vocabulary = allowed(step)
+                vocabulary = allowed(len(steps))
                 scores = logits[:, vocabulary].float()
                 if do_sample:
                     top, indexes = scores.div_(temperature).topk(min(TOP_K, scores.shape[-1]), dim=-1)
@@ -142,7 +154,6 @@ class BatchedBark:
                     chosen = scores.argmax(-1)
                 chosen += vocabulary.start
                 steps.append((rows, chosen))
-                step += 1
                 remaining = [budget - 1 for budget in remaining]
                 done = [budget == 0 for budget in remaining]
                 if eos is not None:
@@ -214,15 +225,16 @@ class BatchedBark:
             codebook_size=self.codebook_size,
         )
 
-    def _coarse(self, semantic: list[torch.Tensor], items: list[BatchItem], sampling: Sampling) -> list[torch.Tensor]:
-        """Each item's coarse tokens, two per frame (Bark's two coarse codebooks alternate)."""
+    def _coarse(self, semantic: list[torch.Tensor], histories: list[tuple[torch.Tensor, torch.Tensor]],
+                sampling: Sampling) -> list[torch.Tensor]:
+        """Each item's coarse tokens, two per frame (Bark's two coarse codebooks alternate), from its semantic
+        tokens and its semantic and coarse histories (`_coarse_histories`)."""
         config = self.coarse_config
         ratio = self.semantic_to_coarse_ratio
         device = self.model.device
         n_codebooks = config.n_coarse_codebooks
         max_semantic_history = int(np.floor(config.max_coarse_history / ratio))
         lengths = [int(math.floor(len(row) * ratio / n_codebooks)) * n_codebooks for row in semantic]
-        histories = [self._coarse_histories(item.history) for item in items]
         base_semantic_index = histories[0][0].shape[1]
         longest = max(len(row) for row in semantic)
         semantic = torch.hstack([
@@ -263,7 +275,7 @@ class BatchedBark:
         window_length, step_length = config.max_fine_input_length, config.max_fine_history_length
         temperature = sampling.fine_temperature
         greedy = temperature is None or temperature == 1.0
-        jobs = []  # (item index, its fine input, history frames, frames of padding at the end, windows)
+        jobs: list[_FineJob] = []
         for i, (codes, item) in enumerate(zip(coarse, items)):
             if len(codes) == 0:
                 continue
@@ -275,15 +287,15 @@ class BatchedBark:
             padding = max(0, window_length - len(fine_input))
             fine_input = F.pad(fine_input, (0, 0, 0, padding), value=self.codebook_size)
             windows = max(0, math.ceil((len(codes) - (window_length - len(history))) / step_length)) + 1
-            jobs.append((i, fine_input, len(history), padding, windows))
-        for n_outer in range(max((job[4] for job in jobs), default=0)):
-            batch = [job for job in jobs if job[4] > n_outer]
+            jobs.append(_FineJob(i, fine_input, len(history), padding, windows))
+        for n_outer in range(max((job.windows for job in jobs), default=0)):
+            batch = [job for job in jobs if job.windows > n_outer]
             chunk = self.long_pass_rows or len(batch)
             # Where each item's window starts in its fine input, and where in the window its new frames start.
-            starts = [min(n_outer * step_length, len(job[1]) - window_length) for job in batch]
-            offsets = [min(job[2] + n_outer * step_length, len(job[1]) - step_length) - start
+            starts = [min(n_outer * step_length, len(job.frames) - window_length) for job in batch]
+            offsets = [min(job.history + n_outer * step_length, len(job.frames) - step_length) - start
                        for job, start in zip(batch, starts)]
-            buffer = torch.stack([job[1][start : start + window_length] for job, start in zip(batch, starts)])
+            buffer = torch.stack([job.frames[start : start + window_length] for job, start in zip(batch, starts)])
             for n_inner in range(n_coarse, config.n_fine_codebooks):
                 for first in range(0, len(batch), chunk):
                     rows = buffer[first : first + chunk]  # a view: predictions are written into `buffer`
@@ -295,8 +307,8 @@ class BatchedBark:
                     for row, offset in enumerate(offsets[first : first + chunk]):
                         rows[row, offset:, n_inner] = predicted[row, offset:].to(rows.dtype)
             for row, (job, start, offset) in enumerate(zip(batch, starts, offsets)):
-                job[1][start + offset : start + window_length, n_coarse:] = buffer[row, offset:, n_coarse:]
+                job.frames[start + offset : start + window_length, n_coarse:] = buffer[row, offset:, n_coarse:]
         fine: list[torch.Tensor | None] = [None] * len(items)
-        for i, fine_input, n_history, padding, _ in jobs:
-            fine[i] = fine_input[n_history : len(fine_input) - padding].T
+        for job in jobs:
+            fine[job.index] = job.frames[job.history : len(job.frames) - job.padding].T
         return fine

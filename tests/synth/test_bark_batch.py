@@ -106,7 +106,7 @@ def test_an_item_that_has_its_tokens_stops_costing_work(loaded):
     try:
         short, long = item(loaded, "Hi.", "v2/en_speaker_1", 10), item(loaded, "Hello there.", "v2/de_speaker_3", 60)
         semantic = bark._semantic([short, long], GREEDY)
-        bark._coarse(semantic, [short, long], GREEDY)
+        bark._coarse(semantic, [bark._coarse_histories(i.history) for i in (short, long)], GREEDY)
     finally:
         for hook in hooks:
             hook.remove()
